@@ -1,0 +1,112 @@
+"""Build, run and release the k8s-diagnose image: `inv --list`, `inv --help TASK`."""
+
+from __future__ import annotations
+
+import functools
+import sys
+import time
+from pathlib import Path
+
+from invoke import Collection, Exit, task
+
+from k8sdiag import base, build, engine, errors, settings
+
+ROOT = Path(__file__).resolve().parent
+
+
+def say(line: str) -> None:
+    print(line, flush=True)
+
+
+def handled(body):
+    """Show expected failures (bad settings, no engine, a failed step) as one line, exit 1."""
+
+    @functools.wraps(body)
+    def wrapper(c, *args, **kwargs):
+        try:
+            return body(c, *args, **kwargs)
+        except Exit:
+            raise
+        except Exception as exc:
+            failure = errors.explain(exc, engine.address())
+            if failure is None:
+                raise
+            raise Exit(f"{body.__name__.rstrip('_').replace('_', '-')}: {failure}", 1) from None
+
+    return wrapper
+
+
+def load(**flags: str | None) -> settings.Settings:
+    return settings.load(ROOT, flags)
+
+
+@task(help={
+    "force": "rebuild even when the pre image of this recipe exists",
+    "verbose": "show every line of build output",
+    "base-image": "image to start FROM (default: BASE_IMAGE)",
+})
+@handled
+def pre_build_image(c, force=False, verbose=False, base_image=None):
+    """Build the pre image (OS packages) unless one of the same recipe exists."""
+    config = load(BASE_IMAGE=base_image)
+    client = engine.client()
+    outcome = build.ensure_pre(client, config, force=force, verbose=verbose, say=say)
+    say(str(outcome))
+
+
+@task(name="all", default=True, help={
+    "version": "tag of the final image (default: VERSION)",
+    "verbose": "show every line of build output",
+})
+@handled
+def all_(c, version=None, verbose=False):
+    """Build the pre image if needed, then the final image unless it is up to date."""
+    started = time.perf_counter()
+    config = load(VERSION=version)
+    client = engine.client()
+    pre = build.ensure_pre(client, config, verbose=verbose, say=say)
+    final = build.ensure_final(client, config, pre, verbose=verbose, say=say)
+    say(f"{final} on {pre.reference} {pre.action}, "
+        f"in {time.perf_counter() - started:.2f} s")
+
+
+@task(help={"version": "tag of the final image (default: VERSION)"})
+@handled
+def cleanup_diag(c, version=None):
+    """Remove the final image; nothing to remove is fine."""
+    config = load(VERSION=version)
+    if not build.remove(engine.client(), config.image, say):
+        say(f"{config.image}: not here, nothing to remove")
+
+
+@task(help={"version": "tag of the final image (default: VERSION)"})
+@handled
+def cleanup(c, version=None):
+    """Remove the final image, then every pre image (when the base image changed)."""
+    config = load(VERSION=version)
+    client = engine.client()
+    removed = build.remove(client, config.image, say)
+    for image in client.api.images(name=config["PRE_IMAGE_NAME"]):
+        for tag in image.get("RepoTags") or []:
+            removed = build.remove(client, tag, say) or removed
+    if not removed:
+        say("nothing to remove")
+
+
+@task(help={"base-image": "the reference to make (default: BASE_IMAGE)"})
+@handled
+def base_image(c, base_image=None):
+    """Make sure the base image is here: pull it, or debootstrap it from the apt mirror."""
+    config = load(BASE_IMAGE=base_image)
+    image = base.ensure(engine.client(), config["BASE_IMAGE"], say)
+    say(f"{config['BASE_IMAGE']} is here ({build.short(image['Id'])})")
+
+
+@task(help={"pytest-args": "arguments passed to pytest, e.g. '-k settings -x'"})
+def test(c, pytest_args=""):
+    """Run the test suite against the real engine (installs the tools the tests use)."""
+    c.run(f"{ROOT}/scripts/bootstrap test-tools")
+    c.run(f"{sys.executable} -m pytest {pytest_args}", pty=sys.stdout.isatty())
+
+
+namespace = Collection(all_, pre_build_image, cleanup, cleanup_diag, base_image, test)
