@@ -120,7 +120,7 @@ def ensure_pre(
                 return Outcome(reference, image["Id"], "pulled")
         say(f"{reference}: building the pre image from {PRE_DOCKERFILE} "
             f"on {settings['BASE_IMAGE']} (slow: OS packages)")
-    image_id = build(client, ctx, buildargs=pre_buildargs(settings),
+    image_id = build(client, ctx, buildargs=pre_buildargs(settings), nocache=force,
                      labels={**settings.labels, **labels}, verbose=verbose, say=say)
     retag(client, image_id, reference, say)
     _drop_stale_pre(client, settings, reference, say)
@@ -134,24 +134,21 @@ def _drop_stale_pre(client: docker.DockerClient, settings: Settings, keep: str, 
                 remove(client, tag, say, quiet=True)
 
 
-def final_inputs(
-    settings: Settings, pre: Outcome
-) -> tuple[context.Context, dict[str, str], dict[str, str]]:
-    """The final image's context, build args and labels; its inputs label digests them all."""
+def final_inputs(settings: Settings, pre: Outcome) -> tuple[context.Context, dict[str, str]]:
+    """The final image's context and build args; INPUTS digests everything that goes in.
+
+    docker/Dockerfile turns the build args into labels in one step; the creation time
+    is added at build time and is not an input.
+    """
     ctx = context.collect(settings.root, FINAL_DOCKERFILE)
-    buildargs = {"PRE_IMAGE": pre.reference}
-    labels = {
-        **settings.labels,
-        ROLE: "final",
-        "org.opencontainers.image.title": settings["IMAGE_NAME"],
-        "org.opencontainers.image.version": settings["VERSION"],
-        "io.k8s-diagnose.pre": pre.reference,
+    buildargs = {
+        "PRE_IMAGE": pre.reference,
+        "IMAGE_NAME": settings["IMAGE_NAME"],
+        "VERSION": settings["VERSION"],
+        "REVISION": git_revision(settings, [path for path, _, _ in ctx.files]),
     }
-    revision = git_revision(settings, [path for path, _, _ in ctx.files])
-    if revision:
-        labels["org.opencontainers.image.revision"] = revision
-    labels[INPUTS] = _sha([ctx.digest(), pre.image_id, buildargs, labels])
-    return ctx, buildargs, labels
+    buildargs["INPUTS"] = _sha([ctx.digest(), pre.image_id, buildargs, settings.labels])
+    return ctx, buildargs
 
 
 def ensure_final(
@@ -163,12 +160,13 @@ def ensure_final(
     say: Say = print,
 ) -> Outcome:
     """Build the final image unless the one tagged already has exactly these inputs."""
-    ctx, buildargs, labels = final_inputs(settings, pre)
+    ctx, buildargs = final_inputs(settings, pre)
     existing = inspect(client, settings.image)
-    if existing and (existing["Config"].get("Labels") or {}).get(INPUTS) == labels[INPUTS]:
+    if existing and (existing["Config"].get("Labels") or {}).get(INPUTS) == buildargs["INPUTS"]:
         return Outcome(settings.image, existing["Id"], "up to date")
-    labels["org.opencontainers.image.created"] = datetime.now(UTC).isoformat(timespec="seconds")
-    image_id = build(client, ctx, buildargs=buildargs, labels=labels, verbose=verbose, say=say)
+    buildargs["CREATED"] = datetime.now(UTC).isoformat(timespec="seconds")
+    image_id = build(client, ctx, buildargs=buildargs, labels=settings.labels,
+                     verbose=verbose, say=say)
     retag(client, image_id, settings.image, say)
     return Outcome(settings.image, image_id, "built")
 
@@ -194,12 +192,13 @@ def build(
     labels: dict[str, str],
     verbose: bool,
     say: Say,
+    nocache: bool = False,
 ) -> str:
     """Build untagged, streaming the steps; return the image ID. A failure removes what it made."""
     before = {image["Id"] for image in client.api.images(filters={"dangling": True})}
     stream = client.api.build(
         fileobj=ctx.tar(), custom_context=True, dockerfile=ctx.dockerfile, buildargs=buildargs,
-        labels=labels, rm=True, forcerm=True, decode=True,
+        labels=labels, nocache=nocache, rm=True, forcerm=True, decode=True,
     )
     try:
         return _follow(stream, verbose=verbose, say=say)

@@ -68,10 +68,7 @@ def sources(dockerfile_text: str) -> list[str]:
     for word, rest in instructions(dockerfile_text):
         if word not in ("COPY", "ADD"):
             continue
-        if rest.startswith("["):
-            args = json.loads(rest)
-        else:
-            args = shlex.split(rest)
+        args = json.loads(rest) if rest.startswith("[") else shlex.split(rest)
         if any(arg.startswith("--from") for arg in args):
             continue
         args = [arg for arg in args if not arg.startswith("--")]

@@ -15,7 +15,8 @@ from .errors import Failure
 
 # The grammar of docker/distribution's reference package, without the tag or digest.
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-_HOST = r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*"
+_LABEL = r"[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?"
+_HOST = rf"{_LABEL}(?:\.{_LABEL})*"
 _DOMAIN = rf"(?:{_HOST}|\[[0-9a-fA-F:]+\])(?::[0-9]+)?"
 _TAG = r"[\w][\w.-]{0,127}"
 NAME_RE = re.compile(rf"(?:{_DOMAIN}/)?{_COMPONENT}(?:/{_COMPONENT})*")
@@ -33,7 +34,9 @@ def _name(value: str) -> str | None:
 
 
 def _tag(value: str) -> str | None:
-    return None if TAG_RE.fullmatch(value) else "is not a valid tag (letters, digits, '_', '.', '-'; at most 128)"
+    if TAG_RE.fullmatch(value):
+        return None
+    return "is not a valid tag (letters, digits, '_', '.', '-'; at most 128)"
 
 
 def _reference(value: str) -> str | None:
