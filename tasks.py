@@ -9,7 +9,7 @@ from pathlib import Path
 
 from invoke import Collection, Exit, task
 
-from k8sdiag import base, build, engine, errors, settings
+from k8sdiag import base, build, engine, errors, run, settings
 
 ROOT = Path(__file__).resolve().parent
 
@@ -102,6 +102,31 @@ def base_image(c, base_image=None):
     say(f"{config['BASE_IMAGE']} is here ({build.short(image['Id'])})")
 
 
+@task(help={"verbose": "show every line of build output, when it builds"})
+@handled
+def up(c, verbose=False):
+    """Build if needed, then start the container: sshd published on 127.0.0.1."""
+    config = load()
+    client = engine.client()
+    pre = build.ensure_pre(client, config, verbose=verbose, say=say)
+    final = build.ensure_final(client, config, pre, verbose=verbose, say=say)
+    run.up(client, config, final, say)
+
+
+@task
+@handled
+def down(c):
+    """Stop and remove the container `inv up` started; nothing running is fine."""
+    run.down(engine.client(), load(), say)
+
+
+@task(help={"command": "run this instead of an interactive login shell"})
+@handled
+def shell(c, command=""):
+    """Open a shell inside the running container (docker exec)."""
+    run.shell(engine.client(), load(), command)
+
+
 @task(help={"pytest-args": "arguments passed to pytest, e.g. '-k settings -x'"})
 def test(c, pytest_args=""):
     """Run the test suite against the real engine (installs the tools the tests use)."""
@@ -109,4 +134,6 @@ def test(c, pytest_args=""):
     c.run(f"{sys.executable} -m pytest {pytest_args}", pty=sys.stdout.isatty())
 
 
-namespace = Collection(all_, pre_build_image, cleanup, cleanup_diag, base_image, test)
+namespace = Collection(
+    all_, pre_build_image, cleanup, cleanup_diag, base_image, up, down, shell, test,
+)

@@ -92,16 +92,16 @@ KEYS = (
         _boolean),
     Key("PULL_PRE", "true", "pre-build-image first tries the registry for this recipe's pre image",
         _boolean),
-    Key("LABELS", "", "extra labels for every image and container made: k=v,k=v", _labels),
-    Key("CONTAINER_NAME", "k8s-diagnose", "name of the container `inv up` starts", _name),
-    Key("BIND_ADDRESS", "127.0.0.1", "host address `inv up` publishes ports on"),
-    Key("SSH_PORT", "2222", "host port published for the container's sshd", _port),
-    Key("SUPERVISOR_PORT", "9001", "host port for the supervisord console, when it is on", _port),
-    Key("HOSTS_FILE", "conf/hosts-auth.txt", "hosts list mounted read-only by `inv up`"),
-    Key("LOGIN_PASSWORD", "", "root password set in the container at start; empty: key login only",
+    Key("IMAGE_LABELS", "", "extra labels for every image and container made: k=v,k=v", _labels),
+    Key("UP_CONTAINER_NAME", "k8s-diagnose", "name of the container `inv up` starts", _name),
+    Key("UP_BIND_ADDRESS", "127.0.0.1", "host address `inv up` publishes ports on"),
+    Key("UP_SSH_PORT", "2222", "host port published for the container's sshd", _port),
+    Key("UP_SUPERVISOR_PORT", "9001", "host port of the supervisord console, when on", _port),
+    Key("UP_HOSTS_FILE", "conf/hosts-auth.txt", "hosts list mounted read-only by `inv up`"),
+    Key("UP_LOGIN_PASSWORD", "", "container's root login password; empty: key login only",
         secret=True),
-    Key("SUPERVISOR_USERNAME", "", "supervisord web console user; console off unless both set"),
-    Key("SUPERVISOR_PASSWORD", "", "supervisord web console password", secret=True),
+    Key("UP_SUPERVISOR_USERNAME", "", "supervisord web console user; console off unless both set"),
+    Key("UP_SUPERVISOR_PASSWORD", "", "supervisord web console password", secret=True),
 )
 BY_NAME = {key.name: key for key in KEYS}
 
@@ -129,7 +129,7 @@ class Settings:
 
     @property
     def labels(self) -> dict[str, str]:
-        pairs = (part.strip().partition("=") for part in self["LABELS"].split(","))
+        pairs = (part.strip().partition("=") for part in self["IMAGE_LABELS"].split(","))
         return {key: value for key, _, value in pairs if key}
 
     def registry_name(self, name: str) -> str:

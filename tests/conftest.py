@@ -84,8 +84,8 @@ def make_project(path: Path, name: str, **env: str) -> Path:
     values = {
         "IMAGE_NAME": f"k8s-diag-test-{RUN_ID}-{name}",
         "PRE_IMAGE_NAME": f"k8s-diag-test-{RUN_ID}-{name}-pre",
-        "CONTAINER_NAME": f"k8s-diag-test-{RUN_ID}-{name}",
-        "LABELS": f"{TEST_LABEL}={RUN_ID}",
+        "UP_CONTAINER_NAME": f"k8s-diag-test-{RUN_ID}-{name}",
+        "IMAGE_LABELS": f"{TEST_LABEL}={RUN_ID}",
         **env,
     }
     (path / ".env").write_text("".join(f"{key}={value}\n" for key, value in values.items()))

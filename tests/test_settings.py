@@ -51,7 +51,7 @@ def test_dotenv_is_not_written_into_the_process_environment(tmp_path, monkeypatc
     ("\n\nREGISTRY=http://host\n", {}, {}, "REGISTRY='http://host' from .env line 3"),
     ("PUSH_PRE=maybe\n", {}, {}, "PUSH_PRE='maybe' from .env line 1 is not a boolean"),
     ("IMGE_NAME=x\n", {}, {}, "unknown key IMGE_NAME in .env line 1 (did you mean IMAGE_NAME?)"),
-    ("LABELS=a=b,oops\n", {}, {}, "LABELS='a=b,oops' from .env line 1 has 'oops'"),
+    ("IMAGE_LABELS=a=b,oops\n", {}, {}, "IMAGE_LABELS='a=b,oops' from .env line 1 has 'oops'"),
 ])
 def test_a_bad_value_names_its_key_and_source(tmp_path, text, environ, flags, expected):
     write_env(tmp_path, text)
@@ -62,7 +62,7 @@ def test_a_bad_value_names_its_key_and_source(tmp_path, text, environ, flags, ex
 
 
 def test_a_bad_secret_is_not_shown(tmp_path):
-    write_env(tmp_path, "REGISTRY_PASSWORD=hunter2\nSSH_PORT=99999\n")
+    write_env(tmp_path, "REGISTRY_PASSWORD=hunter2\nUP_SSH_PORT=99999\n")
     with pytest.raises(Failure) as caught:
         settings.load(tmp_path, environ={})
     assert "hunter2" not in str(caught.value)
