@@ -9,7 +9,7 @@ from pathlib import Path
 
 from invoke import Collection, Exit, task
 
-from k8sdiag import base, build, engine, errors, run, settings
+from k8sdiag import base, build, engine, errors, push, run, settings
 
 ROOT = Path(__file__).resolve().parent
 
@@ -21,23 +21,41 @@ def say(line: str) -> None:
 def handled(body):
     """Show expected failures (bad settings, no engine, a failed step) as one line, exit 1."""
 
+    name = body.__name__.rstrip("_").replace("_", "-")
+
     @functools.wraps(body)
     def wrapper(c, *args, **kwargs):
         try:
             return body(c, *args, **kwargs)
         except Exit:
             raise
+        except KeyboardInterrupt:
+            raise Exit(f"{name}: interrupted; run it again to finish", 130) from None
         except Exception as exc:
             failure = errors.explain(exc, engine.address())
             if failure is None:
                 raise
-            raise Exit(f"{body.__name__.rstrip('_').replace('_', '-')}: {failure}", 1) from None
+            raise Exit(f"{name}: {failure}", 1) from None
 
     return wrapper
 
 
 def load(**flags: str | None) -> settings.Settings:
     return settings.load(ROOT, flags)
+
+
+def pre_image(client, config: settings.Settings, *, force: bool = False, verbose: bool = False):
+    """The pre image of this recipe: here already, pulled from REGISTRY, or built."""
+    pull = None
+    if config["REGISTRY"] and config.flag("PULL_PRE"):
+        def pull(reference: str) -> bool:
+            return push.pull_pre(client, config, reference, say)
+    return build.ensure_pre(client, config, force=force, verbose=verbose, say=say, pull=pull)
+
+
+def images(client, config: settings.Settings, *, verbose: bool = False):
+    pre = pre_image(client, config, verbose=verbose)
+    return pre, build.ensure_final(client, config, pre, verbose=verbose, say=say)
 
 
 @task(help={
@@ -49,9 +67,7 @@ def load(**flags: str | None) -> settings.Settings:
 def pre_build_image(c, force=False, verbose=False, base_image=None):
     """Build the pre image (OS packages) unless one of the same recipe exists."""
     config = load(BASE_IMAGE=base_image)
-    client = engine.client()
-    outcome = build.ensure_pre(client, config, force=force, verbose=verbose, say=say)
-    say(str(outcome))
+    say(str(pre_image(engine.client(), config, force=force, verbose=verbose)))
 
 
 @task(name="all", default=True, help={
@@ -63,11 +79,17 @@ def all_(c, version=None, verbose=False):
     """Build the pre image if needed, then the final image unless it is up to date."""
     started = time.perf_counter()
     config = load(VERSION=version)
-    client = engine.client()
-    pre = build.ensure_pre(client, config, verbose=verbose, say=say)
-    final = build.ensure_final(client, config, pre, verbose=verbose, say=say)
+    pre, final = images(engine.client(), config, verbose=verbose)
     say(f"{final} on {pre.reference} {pre.action}, "
         f"in {time.perf_counter() - started:.2f} s")
+
+
+def remove_final(client, config: settings.Settings) -> bool:
+    """Remove the final image's tag, and its registry name when REGISTRY is set."""
+    names = [config.image]
+    if config["REGISTRY"]:
+        names.append(config.registry_name(config.image))
+    return any([build.remove(client, name, say) for name in names])
 
 
 @task(help={"version": "tag of the final image (default: VERSION)"})
@@ -75,7 +97,7 @@ def all_(c, version=None, verbose=False):
 def cleanup_diag(c, version=None):
     """Remove the final image; nothing to remove is fine."""
     config = load(VERSION=version)
-    if not build.remove(engine.client(), config.image, say):
+    if not remove_final(engine.client(), config):
         say(f"{config.image}: not here, nothing to remove")
 
 
@@ -85,7 +107,7 @@ def cleanup(c, version=None):
     """Remove the final image, then every pre image (when the base image changed)."""
     config = load(VERSION=version)
     client = engine.client()
-    removed = build.remove(client, config.image, say)
+    removed = remove_final(client, config)
     for image in client.api.images(name=config["PRE_IMAGE_NAME"]):
         for tag in image.get("RepoTags") or []:
             removed = build.remove(client, tag, say) or removed
@@ -102,14 +124,34 @@ def base_image(c, base_image=None):
     say(f"{config['BASE_IMAGE']} is here ({build.short(image['Id'])})")
 
 
+@task(name="push", help={
+    "registry": "host[:port][/namespace] to push to (default: REGISTRY)",
+    "version": "tag to push (default: VERSION)",
+    "pre": "also push the pre image under its recipe tag (default: PUSH_PRE)",
+    "verbose": "show every line of build output, when it builds",
+})
+@handled
+def push_(c, registry=None, version=None, pre=False, verbose=False):
+    """Build if needed, push the final image to REGISTRY and verify its digest there."""
+    config = load(REGISTRY=registry, VERSION=version, PUSH_PRE="true" if pre else None)
+    if not config["REGISTRY"]:
+        raise errors.Failure("no registry: set REGISTRY=host[:port][/namespace] in .env, "
+                             "or give --registry")
+    push.credentials(config)
+    client = engine.client()
+    pre_built, final = images(client, config, verbose=verbose)
+    for image in [pre_built, final] if config.flag("PUSH_PRE") else [final]:
+        done = push.push(client, config, image, config.registry_name(image.reference), say)
+        say(f"pushed {done.reference}@{done.digest} (verified in the registry)")
+
+
 @task(help={"verbose": "show every line of build output, when it builds"})
 @handled
 def up(c, verbose=False):
     """Build if needed, then start the container: sshd published on 127.0.0.1."""
     config = load()
     client = engine.client()
-    pre = build.ensure_pre(client, config, verbose=verbose, say=say)
-    final = build.ensure_final(client, config, pre, verbose=verbose, say=say)
+    _, final = images(client, config, verbose=verbose)
     run.up(client, config, final, say)
 
 
@@ -135,5 +177,5 @@ def test(c, pytest_args=""):
 
 
 namespace = Collection(
-    all_, pre_build_image, cleanup, cleanup_diag, base_image, up, down, shell, test,
+    all_, pre_build_image, cleanup, cleanup_diag, push_, base_image, up, down, shell, test,
 )
