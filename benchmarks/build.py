@@ -147,6 +147,8 @@ def main() -> None:
             single_tag = f"k8s-diag-bench-{RUN_ID}-one:latest"
             single = [sys.executable, "-c", SINGLE_BUILD, str(one), SINGLE, single_tag,
                       *LABEL.split("=")]
+            with tar(str(one)) as archive:
+                single_context = len(archive.read())
 
             cold_two, cold_one = [], []
             for _ in range(args.cold_runs):
@@ -162,6 +164,7 @@ def main() -> None:
                         client.api.remove_image(single_tag)
                     (project / dockerfile).write_text(original)
             rows["cold build (pre + final, base present)"] = (cold_two, cold_one)
+            print(f"cold: {cold_two} / {cold_one}", file=sys.stderr)
 
             timed([str(INV), "all"], two, env)
             timed(single, one, env)
@@ -184,8 +187,6 @@ def main() -> None:
             one_image = client.api.inspect_image(single_tag)
             final_context = context.collect(two, "docker/Dockerfile").size
             pre_context = context.collect(two, "docker/Dockerfile.pre").size
-            with tar(str(one), dockerfile=SINGLE) as archive:
-                single_context = len(archive.read())
         finally:
             cleanup(client)
 

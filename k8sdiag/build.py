@@ -128,10 +128,14 @@ def ensure_pre(
 
 
 def _drop_stale_pre(client: docker.DockerClient, settings: Settings, keep: str, say: Say) -> None:
+    """Remove the pre images this one replaces; one still in use stays, with a word why."""
     for image in client.api.images(name=settings["PRE_IMAGE_NAME"]):
         for tag in image.get("RepoTags") or []:
             if tag != keep and (image.get("Labels") or {}).get(ROLE) == "pre":
-                remove(client, tag, say, quiet=True)
+                try:
+                    remove(client, tag, say)
+                except Failure as kept:
+                    say(f"kept the replaced pre image: {kept}")
 
 
 def final_inputs(settings: Settings, pre: Outcome) -> tuple[context.Context, dict[str, str]]:
@@ -256,7 +260,7 @@ def _try_remove(client: docker.DockerClient, image_id: str, say: Say | None = No
             say(f"kept the replaced image {short(image_id)}: {exc.explanation}")
 
 
-def remove(client: docker.DockerClient, reference: str, say: Say, *, quiet: bool = False) -> bool:
+def remove(client: docker.DockerClient, reference: str, say: Say) -> bool:
     """Remove a tagged image unless a container uses it; True when it was there and went."""
     image = inspect(client, reference)
     if image is None:
@@ -266,8 +270,7 @@ def remove(client: docker.DockerClient, reference: str, say: Say, *, quiet: bool
         names = ", ".join(c["Names"][0].lstrip("/") for c in users)
         raise Failure(f"{reference} is used by container {names}: stop and remove it first "
                       f"(inv down, or docker rm -f {names}), then run this again")
-    if not quiet:
-        say(f"removing {reference} ({short(image['Id'])})")
+    say(f"removing {reference} ({short(image['Id'])})")
     try:
         client.api.remove_image(reference)
     except ImageNotFound:
