@@ -240,3 +240,19 @@ def test_a_project_elsewhere_builds_its_own_names(client, tmp_path, base_image):
     other = make_project(tmp_path / "elsewhere", "elsewhere", VERSION="v9")
     inv(other, "all")
     assert image_id(client, f"k8s-diag-test-{RUN_ID}-elsewhere:v9")
+
+
+def test_a_replaced_pre_image_in_use_is_kept_and_the_build_goes_on(client, project):
+    inv(project, "all")
+    [old] = pre_images(client, project)
+    user = client.containers.create(old, ["true"], entrypoint=[], labels={TEST_LABEL: RUN_ID},
+                                    name=f"k8s-diag-test-{RUN_ID}-pre-user")
+    try:
+        dockerfile = project / "docker" / "Dockerfile.pre"
+        dockerfile.write_text(dockerfile.read_text() + "ENV K8S_DIAG_TEST=2\n")
+        done = inv(project, "all")
+        assert f"kept the replaced pre image: {old} is used by container " \
+               f"k8s-diag-test-{RUN_ID}-pre-user" in done.stdout
+        assert old in pre_images(client, project) and len(pre_images(client, project)) == 2
+    finally:
+        user.remove(force=True)
