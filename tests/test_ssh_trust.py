@@ -7,7 +7,9 @@ one host name that does not exist is looked up without any packet leaving the ma
 from __future__ import annotations
 
 import io
+import socket
 import tarfile
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -216,7 +218,7 @@ def test_the_web_console_needs_the_credentials_given_at_run_time(lab):
         "        return error.code\n"
         "for _ in range(50):\n"
         "    try:\n"
-        f"        print(get(None), get(b'ops:{secret}'), get(b'admin:adminpass'))\n"
+        f"        print(get(None), get(b'ops:{secret}'), get(b'ops:not-it'))\n"
         "        break\n"
         "    except OSError:\n"
         "        time.sleep(0.2)\n"
@@ -227,3 +229,47 @@ def test_the_web_console_needs_the_credentials_given_at_run_time(lab):
     _, environ = lab.sh("console", "tr '\\0' '\\n' </proc/1/environ")
     assert secret not in environ, "the console password stayed in supervisord's environment"
     assert secret not in lab.logs()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_up_publishes_on_loopback_mounts_the_hosts_file_read_only_and_down_is_idempotent(
+        client, tmp_path, base_image):
+    port = free_port()
+    project = make_project(tmp_path / "up", "up", UP_SSH_PORT=str(port))
+    (project / "conf" / "hosts-auth.txt").write_text("alpha root secret\n")
+    (project / "conf" / "hosts-auth.txt").chmod(0o600)
+    done = inv(project, "up")
+    name = f"k8s-diag-test-{RUN_ID}-up"
+    assert f"{name} is up on k8s-diag-test-{RUN_ID}-up:latest (127.0.0.1:{port}->22/tcp)" \
+        in done.stdout
+    assert "already up" in inv(project, "up").stdout
+    bindings = client.api.inspect_container(name)["HostConfig"]["PortBindings"]
+    assert bindings == {"22/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(port)}]}
+    banner = b""
+    for _ in range(50):
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=2) as ssh:
+                banner = ssh.recv(64)
+            if banner:
+                break
+        except OSError:
+            pass
+        time.sleep(0.2)
+    assert banner.startswith(b"SSH-2.0-OpenSSH")
+
+    shell = inv(project, "shell", "--command",
+                "cat /k8s-diagnose/conf/hosts-auth.txt; touch /k8s-diagnose/conf/hosts-auth.txt",
+                check=False)
+    assert "alpha root secret" in shell.stdout
+    assert "Read-only file system" in shell.stderr
+
+    assert "stopped and removed" in inv(project, "down").stdout
+    assert "nothing to stop" in inv(project, "down").stdout
+    refused = inv(project, "shell", check=False)
+    assert refused.returncode == 1
+    assert refused.stderr.strip() == f"shell: {name} is not running: start it with `inv up`"
