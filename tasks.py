@@ -7,11 +7,17 @@ import sys
 import time
 from pathlib import Path
 
-from invoke import Collection, Exit, task
+import invoke
+from invoke import Collection, Exit
 
 from k8sdiag import base, build, engine, errors, push, run, settings
 
 ROOT = Path(__file__).resolve().parent
+
+
+def task(*args, **kwargs):
+    """invoke.task with long flags only: -v would mean --version here, --verbose there."""
+    return invoke.task(*args, auto_shortflags=False, **kwargs)
 
 
 def say(line: str) -> None:

@@ -256,3 +256,12 @@ def test_a_replaced_pre_image_in_use_is_kept_and_the_build_goes_on(client, proje
         assert old in pre_images(client, project) and len(pre_images(client, project)) == 2
     finally:
         user.remove(force=True)
+
+
+def test_a_missing_docker_context_is_named_not_ignored(project):
+    done = inv(project, "all", env={"DOCKER_CONTEXT": f"k8s-diag-test-{RUN_ID}-nope"},
+               check=False)
+    assert done.returncode == 1
+    assert done.stderr.strip() == (
+        f"all: Docker context 'k8s-diag-test-{RUN_ID}-nope' (from DOCKER_CONTEXT) does not "
+        "exist: see `docker context ls`, or unset DOCKER_CONTEXT")
