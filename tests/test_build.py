@@ -170,7 +170,7 @@ def test_a_failing_final_step_keeps_the_previous_final_image(client, project):
 
 
 @pytest.mark.parametrize("task", ["all", "pre-build-image", "cleanup", "cleanup-diag",
-                                  "base-image"])
+                                  "base-image", "up", "down", "shell"])
 def test_no_engine_is_one_line_naming_the_address(project, task):
     done = inv(project, task, env={"DOCKER_HOST": "unix:///nonexistent/docker.sock"},
                check=False)

@@ -32,12 +32,13 @@ class Lab:
     passwords: dict[str, str] = field(default_factory=dict)
     containers: dict[str, object] = field(default_factory=dict)
 
-    def start(self, name: str, password: str | None = None, **environment: str):
+    def start(self, name: str, password: str | None = None, command: list[str] | None = None,
+              **environment: str):
         if password:
             environment["LOGIN_PASSWORD"] = password
             self.passwords[name] = password
         container = self.client.containers.run(
-            self.image, detach=True, name=f"{self.prefix}-{name}", hostname=name,
+            self.image, command, detach=True, name=f"{self.prefix}-{name}", hostname=name,
             network=self.network, environment=environment, labels=LABELS, dns=["127.0.0.1"],
         )
         self.client.api.disconnect_container_from_network(container.id, self.network)
@@ -166,6 +167,19 @@ def test_a_changed_host_key_is_refused(lab):
     assert "failed: host key changed" in output
     _, keys = lab.sh("charlie", "cat /root/.ssh/authorized_keys 2>/dev/null | wc -l")
     assert keys.strip() == "0"
+
+
+def test_a_refusing_and_a_silent_host_are_reported_as_such(lab):
+    lab.start("nosshd", command=["sleep", "infinity"])
+    lab.start("silent", command=["nc", "-lk", "-p", "22"])
+    lab.wait_for_sshd("silent")  # listening, but it will never say a word
+    lab.put("client", "/root/bad", "nosshd root pw\nsilent root pw\n")
+    code, output = lab.sh("client", "ssh-trust -t 2 -f /root/bad 2>&1")
+    assert code == 1
+    assert any("root@nosshd:22" in line and line.endswith("failed: refused")
+               for line in output.splitlines()), output
+    assert any("root@silent:22" in line and line.endswith("failed: timed out")
+               for line in output.splitlines()), output
 
 
 @pytest.mark.parametrize(("args", "code", "message"), [
