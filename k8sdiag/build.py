@@ -30,7 +30,8 @@ RECIPE_PARTS = {
     "io.k8s-diagnose.recipe.args": "its build arguments changed",
     "io.k8s-diagnose.recipe.base": "the base image changed",
 }
-TAIL = 15
+TAIL = 15  # lines of a failed step's output shown
+STEP_WIDTH = 100  # a step line's length in compact output
 
 
 @dataclass(frozen=True)
@@ -227,9 +228,10 @@ def _follow(stream: Iterable[dict], *, verbose: bool, say: Say) -> str:
         for line in chunk.get("stream", "").splitlines():
             line = line.rstrip()
             if line.startswith("Step "):
-                step = line
+                whole = " ".join(line.split())
+                step = whole if len(whole) <= STEP_WIDTH else whole[:STEP_WIDTH - 3] + "..."
                 tail.clear()
-                say(line)
+                say(whole if verbose else step)
             elif line:
                 tail.append(line)
                 if verbose:
