@@ -116,9 +116,10 @@ def ensure_pre(
                 "The old one stays until the new one is built")
         if pull is not None and pull(reference):
             image = inspect(client, reference)
-            if image and image.get("Config", {}).get("Labels", {}).get(RECIPE) == labels[RECIPE]:
+            if image and (image["Config"].get("Labels") or {}).get(RECIPE) == labels[RECIPE]:
                 _drop_stale_pre(client, settings, reference, say)
                 return Outcome(reference, image["Id"], "pulled")
+            say(f"{reference}: the pulled image records another recipe; not using it")
         say(f"{reference}: building the pre image from {PRE_DOCKERFILE} "
             f"on {settings['BASE_IMAGE']} (slow: OS packages)")
     image_id = build(client, ctx, buildargs=pre_buildargs(settings), nocache=force,
