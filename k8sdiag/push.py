@@ -56,11 +56,17 @@ def push(client: docker.DockerClient, settings: Settings, image: Outcome, refere
     """Tag `image` as `reference` in the registry, push it and verify the registry's digest."""
     auth = credentials(settings)
     name, _, tag = reference.rpartition(":")
+    tagged_before = inspect(client, reference) is not None
     client.api.tag(image.image_id, name, tag, force=True)
     say(f"pushing {reference} ({short(image.image_id)})")
     progress = Progress(out)
-    stream = client.api.push(name, tag, stream=True, decode=True, auth_config=auth)
-    digest = follow(stream, progress, settings)
+    try:
+        stream = client.api.push(name, tag, stream=True, decode=True, auth_config=auth)
+        digest = follow(stream, progress, settings)
+    except BaseException:
+        if not tagged_before:  # leave no registry name behind for a push that did not happen
+            client.api.remove_image(reference)
+        raise
     if not digest:
         raise Failure(f"the engine ended the push of {reference} without a digest; "
                       "run `inv push` again")

@@ -157,6 +157,7 @@ def test_registry_down_is_one_line(client, project, docker_config):
     assert line.startswith(f"push: registry 127.0.0.1:{port} is unreachable (")
     assert "connection refused" in line
     assert image_id(client, f"{final_name(project)}:latest")
+    assert image_id(client, f"127.0.0.1:{port}/{final_name(project)}:latest") is None
 
 
 def test_a_registry_refusing_the_write_is_one_line(project, tmp_path, docker_config):
