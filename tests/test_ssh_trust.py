@@ -202,9 +202,11 @@ def test_a_hosts_file_readable_by_others_is_warned_about(lab):
     assert "/root/open is readable by others (mode 644) and holds passwords: chmod 600" in output
 
 
-def test_supervisord_is_pid_1_and_stops_cleanly(lab):
-    _, command = lab.sh("alpha", "cat /proc/1/cmdline | tr '\\0' ' '")
-    assert "supervisord" in command
+def test_supervisord_runs_in_the_foreground_under_tini_and_stops_cleanly(lab):
+    _, init = lab.sh("alpha", "cat /proc/1/cmdline | tr '\\0' ' '")
+    assert init.startswith("/usr/bin/tini -- ")
+    _, children = lab.sh("alpha", "ps -o args= --ppid 1")
+    assert children.splitlines()[0].endswith("supervisord -c /etc/k8s-diagnose/supervisord.conf")
     _, listening = lab.sh("alpha", "ss -ltn")
     assert ":22 " in listening and ":9001 " not in listening, "the web console is on by default"
     running = lab.start("echo", password="pw-echo-" + uuid.uuid4().hex[:6])
@@ -240,7 +242,9 @@ def test_the_web_console_needs_the_credentials_given_at_run_time(lab):
     lab.put("console", "/tmp/probe.py", probe)
     code, output = lab.sh("console", "python3 /tmp/probe.py")
     assert (code, output.split()) == (0, ["401", "200", "401"])
-    _, environ = lab.sh("console", "tr '\\0' '\\n' </proc/1/environ")
+    _, environ = lab.sh("console", "for p in $(pgrep 'supervisord|sshd'); do "
+                        "tr '\\0' '\\n' </proc/$p/environ; done")
+    assert "HOME=" in environ
     assert secret not in environ, "the console password stayed in supervisord's environment"
     assert secret not in lab.logs()
 
