@@ -58,9 +58,17 @@ def _remove_labelled(engine: docker.DockerClient) -> None:
         engine.api.remove_container(container["Id"], force=True, v=True)
     for network in engine.api.networks(filters={"label": label}):
         engine.api.remove_network(network["Id"])
-    for image in engine.api.images(filters={"label": label}):
-        with contextlib.suppress(docker.errors.NotFound):
-            engine.api.remove_image(image["Id"], force=True)
+    pending = [image["Id"] for image in engine.api.images(filters={"label": label})]
+    for _ in range(3):  # a parent goes only after its children: retry what was refused
+        refused = []
+        for image in pending:
+            try:
+                engine.api.remove_image(image, force=True)
+            except docker.errors.NotFound:
+                pass
+            except docker.errors.APIError:
+                refused.append(image)
+        pending = refused
 
 
 @pytest.fixture(scope="session")
@@ -122,6 +130,12 @@ def image_id(client: docker.DockerClient, reference: str) -> str | None:
         return client.api.inspect_image(reference)["Id"]
     except docker.errors.ImageNotFound:
         return None
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def dangling(client: docker.DockerClient) -> set[str]:

@@ -114,16 +114,35 @@ def test_a_recipe_change_rebuilds_the_pre_image_and_says_why(client, project):
     assert "K8S_DIAG_TEST=1" in env
 
 
-def test_a_base_image_change_rebuilds_the_pre_image(client, project, base_image):
+def test_another_base_image_setting_rebuilds_the_pre_image(client, project, base_image):
     inv(project, "all")
     other = f"k8s-diag-test-{RUN_ID}-base:one"
     client.api.tag(base_image, *other.split(":"))
     try:
         done = inv(project, "pre-build-image", "--base-image", other)
-        assert "its build arguments changed" in done.stdout
-        assert "rebuilding" in done.stdout
+        assert "out of date (its build arguments changed); rebuilding" in done.stdout
     finally:
         client.api.remove_image(other)
+
+
+def test_a_changed_base_image_is_never_used_silently(client, project, base_image):
+    moving = f"k8s-diag-test-{RUN_ID}-base:moving"
+    client.api.tag(base_image, *moving.split(":"))
+    project.joinpath(".env").write_text(
+        project.joinpath(".env").read_text() + f"BASE_IMAGE={moving}\n")
+    inv(project, "pre-build-image")
+    [old] = pre_images(client, project)
+    update = client.containers.create(base_image, ["true"], labels={TEST_LABEL: RUN_ID})
+    try:
+        update.commit(*moving.split(":"), changes=[f"LABEL {TEST_LABEL}={RUN_ID}"])
+    finally:
+        update.remove()
+    done = inv(project, "pre-build-image")
+    assert "out of date (the base image changed); rebuilding" in done.stdout
+    [new] = pre_images(client, project)
+    assert new != old
+    parent_chain = client.api.history(new)
+    assert any(layer["Id"] == image_id(client, moving) for layer in parent_chain)
 
 
 def test_force_rebuilds_regardless(client, project):

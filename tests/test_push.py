@@ -15,18 +15,13 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import INV, RUN_ID, TEST_LABEL, clean_environ, image_id, inv, make_project
+from conftest import INV, RUN_ID, TEST_LABEL, clean_environ, free_port, image_id, inv, make_project
 
 pytestmark = pytest.mark.slow
 
 USER = "release"
 MANIFEST_V2 = "application/vnd.docker.distribution.manifest.v2+json"
 
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 class Registry:

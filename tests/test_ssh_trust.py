@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import docker
 import pytest
-from conftest import RUN_ID, TEST_LABEL, inv, make_project
+from conftest import RUN_ID, TEST_LABEL, free_port, inv, make_project
 
 pytestmark = pytest.mark.slow
 
@@ -248,11 +248,6 @@ def test_the_web_console_needs_the_credentials_given_at_run_time(lab):
     assert secret not in environ, "the console password stayed in supervisord's environment"
     assert secret not in lab.logs()
 
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def test_up_publishes_on_loopback_mounts_the_hosts_file_read_only_and_down_is_idempotent(
