@@ -6,7 +6,7 @@ import ipaddress
 import socket
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TextIO
 
@@ -14,11 +14,10 @@ import docker
 import requests
 from docker.errors import APIError, ImageNotFound
 
-from .build import RECIPE, Outcome, inspect, short
+from .build import RECIPE, Outcome, Say, inspect, short
 from .errors import Failure
 from .settings import Settings
 
-Say = Callable[[str], None]
 MANIFEST_TYPES = ", ".join((
     "application/vnd.oci.image.index.v1+json",
     "application/vnd.oci.image.manifest.v1+json",
